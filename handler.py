@@ -25,6 +25,9 @@ def handler(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 if __name__ == "__main__":
+    import os
+
+    os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")  # the SDK's DEBUG level logs every event three times
     import runpod
 
     from worker.serverless import runpod_config

@@ -19,12 +19,14 @@ UTTERANCES = [
 ]
 
 
-def synthesize(text_or_ssml: str, path: Path, rate: int = 16_000, channels: int = 1) -> Path:
-    """espeak-ng speech, resampled by sox to `rate` Hz and `channels` channels (WAV)."""
+def synthesize(text_or_ssml: str, path: Path, rate: int = 16_000, channels: int = 1, pad_s: float = 0.5) -> Path:
+    """espeak-ng speech, resampled by sox to `rate` Hz and `channels` channels, `pad_s` of silence each side."""
     raw = path.with_suffix(".espeak.wav")
     ssml = ["-m"] if text_or_ssml.lstrip().startswith("<speak") else []
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", *ssml, "-w", str(raw), text_or_ssml], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", str(channels), str(path)], check=True)
+    subprocess.run(
+        ["sox", str(raw), "-r", str(rate), "-c", str(channels), str(path), "pad", str(pad_s), str(pad_s)], check=True
+    )
     raw.unlink()
     return path
 
@@ -32,7 +34,7 @@ def synthesize(text_or_ssml: str, path: Path, rate: int = 16_000, channels: int 
 def utterances_ssml(utterances: list[str], pause_ms: int = 900) -> str:
     """Sentences separated by clear pauses, so the VAD has distinct utterances to find."""
     body = f'<break time="{pause_ms}ms"/>'.join(utterances)
-    return f'<speak><break time="500ms"/>{body}<break time="500ms"/></speak>'
+    return f"<speak>{body}</speak>"
 
 
 def read_wav_16k(path: Path) -> np.ndarray:

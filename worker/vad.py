@@ -1,5 +1,10 @@
 """Voice activity detection: Silero v6 (ONNX, via onnxruntime) as a streaming segmenter.
 
+The model file is the one faster-whisper ships (already a dependency): its graph
+takes a batch of consecutive 512-sample frames (each with 64 samples of context)
+and carries the LSTM state (h, c) through them in order, so one call scores every
+whole frame of a block and the state carries over to the next block.
+
 `SileroVad` holds the shared ONNX session; `SpeechSegmenter` is per job: feed it
 16 kHz audio blocks of any size and it yields each speech segment as soon as the
 speaker has been silent for `min_silence_ms`, so whole files and streamed chunks
@@ -30,6 +35,9 @@ def bundled_silero_path() -> Path:
     return Path(spec.origin).parent / "assets" / "silero_vad_v6.onnx"
 
 
+State = tuple[np.ndarray, np.ndarray]  # LSTM (h, c)
+
+
 class SileroVad:
     """The ONNX session, loaded once and shared by every job (InferenceSession.run is thread-safe)."""
 
@@ -42,16 +50,14 @@ class SileroVad:
         self._session = onnxruntime.InferenceSession(
             str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
 
-    def new_state(self) -> np.ndarray:
-        return np.zeros((2, 1, 128), dtype=np.float32)
+    def new_state(self) -> State:
+        return np.zeros((1, 1, 128), dtype=np.float32), np.zeros((1, 1, 128), dtype=np.float32)
 
-    def speech_probability(self, frame_with_context: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
-        prob, new_state = self._session.run(
-            None, {"input": frame_with_context[np.newaxis, :], "state": state, "sr": self._sr}
-        )
-        return float(prob[0, 0]), new_state
+    def speech_probabilities(self, frames: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """`frames` is (n, 64 + 512): consecutive frames with context. Returns n probabilities and the new state."""
+        probs, h, c = self._session.run(None, {"input": frames, "h": state[0], "c": state[1]})
+        return probs.reshape(-1), (h, c)
 
 
 class _AudioBuffer:
@@ -130,10 +136,15 @@ class SpeechSegmenter:
         """Add audio; yield every segment that closed."""
         self._buffer.append(block)
         self._pending = np.concatenate([self._pending, block])
-        usable = len(self._pending) - len(self._pending) % FRAME
-        for offset in range(0, usable, FRAME):
-            yield from self._step(self._pending[offset : offset + FRAME])
-        self._pending = self._pending[usable:]
+        count = len(self._pending) // FRAME
+        if count:
+            frames = self._pending[: count * FRAME].reshape(count, FRAME)
+            contexts = np.concatenate([self._context[np.newaxis], frames[:-1, -CONTEXT:]])
+            probs, self._state = self._vad.speech_probabilities(np.hstack([contexts, frames]), self._state)
+            self._context = frames[-1, -CONTEXT:].copy()
+            self._pending = self._pending[count * FRAME :]
+            for prob in probs:
+                yield from self._step(float(prob))
         self._trim()
 
     def finish(self) -> Iterator[SpeechSegment]:
@@ -144,9 +155,7 @@ class SpeechSegmenter:
             yield from self._close(self._speech_start, end, total)
             self._speech_start = None
 
-    def _step(self, frame: np.ndarray) -> Iterator[SpeechSegment]:
-        prob, self._state = self._vad.speech_probability(np.concatenate([self._context, frame]), self._state)
-        self._context = frame[-CONTEXT:]
+    def _step(self, prob: float) -> Iterator[SpeechSegment]:
         frame_start, self._position = self._position, self._position + FRAME
         self.frames += 1
         p = self._p
