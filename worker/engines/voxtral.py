@@ -225,6 +225,8 @@ class VoxtralEngine:
                 return self._model.generate(**inputs, **kwargs, **self._compile_kwargs)
             except self._torch._dynamo.exc.TorchDynamoException as exc:
                 self._compile_kwargs = {}
+                if streamer := kwargs.get("streamer"):  # compile fails at the 2nd token: restart the stream
+                    streamer.token_cache, streamer.print_len, streamer.next_tokens_are_prompt = [], 0, True
                 reason = f"eager: torch.compile failed ({type(exc).__name__}: {str(exc)[:300]})"
                 self.info = replace(self.info, compiled=False, details={**self.info.details, "compile_reason": reason})
         return self._model.generate(**inputs, **kwargs)
@@ -281,13 +283,13 @@ class VoxtralEngine:
         # Voxtral-Mini does not support system prompts: fold them into the first user turn.
         system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
         turns: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
-        first_user = next((t for t in turns if t["role"] == "user"), None)
-        if system and first_user is not None:
-            first_user["content"] = f"{system}\n\n{first_user['content']}"
         if not turns or turns[-1]["role"] != "user":
-            if audio is None and not system:
+            if audio is None:
                 raise JobError("The conversation must end with a user message.")
-            turns.append({"role": "user", "content": system if first_user is None else ""})
+            turns.append({"role": "user", "content": ""})  # the audio is the user's turn
+        first_user = next(t for t in turns if t["role"] == "user")
+        if system:
+            first_user["content"] = f"{system}\n\n{first_user['content']}".strip()
         if audio is not None:
             text = turns[-1]["content"]
             turns[-1]["content"] = [{"type": "audio", "base64": _wav_base64(audio)}] + (
