@@ -328,9 +328,10 @@ class VoxtralEngine:
             finally:
                 cancel.set()  # no-op when generation already finished
                 thread.join()
+                if "output" in result:
+                    self._record_tokens(result["output"].shape[1] - inputs["input_ids"].shape[1])
             if "error" in result:
                 raise result["error"]
-            self._record_tokens(result["output"].shape[1] - inputs["input_ids"].shape[1])
 
 
 def _has_accelerate() -> bool:
