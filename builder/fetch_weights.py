@@ -29,7 +29,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-ALLOW_PATTERNS: tuple[str, ...] = ("*.json", "*.jinja", "model*.safetensors")
+WEIGHTS_PATTERN = "model*.safetensors"  # transformers' names; consolidated*.safetensors is Mistral's format
+ALLOW_PATTERNS: tuple[str, ...] = ("*.json", "*.jinja", WEIGHTS_PATTERN)
 INDEX_NAME = "model.safetensors.index.json"
 EXPECTED_MODEL_TYPE = "voxtral"
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors caps its JSON header at 100 MB
@@ -142,13 +143,15 @@ def _safetensors_problem(path: Path) -> str | None:
             return f"{path.name}: tensor {name!r} has no valid data_offsets"
         data_end = max(data_end, offsets[1])
     if 8 + header_len + data_end != size:
-        return f"{path.name} is truncated or padded: header promises {data_end} data bytes, file has {size - 8 - header_len}"
+        actual = size - 8 - header_len
+        return f"{path.name} is truncated or padded: its header promises {data_end} data bytes, it holds {actual}"
     return None
 
 
 def _load_json(path: Path, problems: list[str]) -> object | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data: object = json.loads(path.read_text(encoding="utf-8"))
+        return data
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         problems.append(f"{path.name} is not valid JSON ({err})")
         return None
@@ -183,9 +186,9 @@ def validate(model_dir: Path) -> list[str]:
             problems.append(f"{INDEX_NAME} lists shard(s) that are missing: {', '.join(missing)}")
         shards = [model_dir / name for name in names if name not in missing]
     else:
-        shards = sorted(model_dir.glob("*.safetensors"))
+        shards = sorted(model_dir.glob(WEIGHTS_PATTERN))
         if not shards:
-            problems.append(f"no weights: no *.safetensors file and no {INDEX_NAME}")
+            problems.append(f"no weights: no {WEIGHTS_PATTERN} file and no {INDEX_NAME}")
     for shard in shards:
         problem = _safetensors_problem(shard)
         if problem:
@@ -197,8 +200,9 @@ def validate(model_dir: Path) -> list[str]:
     else:
         _load_json(tekken, problems)
 
-    if not problems and not (model_dir / "preprocessor_config.json").is_file():
-        log("warning: no preprocessor_config.json; the processor will fall back to its defaults")
+    processor_files = ("preprocessor_config.json", "processor_config.json")
+    if not problems and not any((model_dir / name).is_file() for name in processor_files):
+        log("warning: no preprocessor_config.json or processor_config.json: the processor will use its defaults")
     return problems
 
 

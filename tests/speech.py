@@ -45,7 +45,7 @@ def read_wav_16k(path: Path) -> np.ndarray:
     audio = np.concatenate(frames, axis=1).mean(axis=0)
     if audio.dtype != np.float32 or np.abs(audio).max() > 1.5:  # integer PCM
         audio = audio / 32768.0
-    return soxr.resample(audio, rate, 16_000).astype(np.float32)
+    return audio.astype(np.float32) if rate == 16_000 else soxr.resample(audio, rate, 16_000).astype(np.float32)
 
 
 CODECS = {  # name: (container format, codec, file suffix, sample rate)
@@ -87,3 +87,33 @@ def _words(text: str) -> str:
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """WER after lower-casing and dropping punctuation (jiwer)."""
     return jiwer.wer(_words(reference), _words(hypothesis))
+
+
+FOUR_UTTERANCES = [
+    "Good morning this is the first sentence.",  # no commas: espeak pauses there long enough to split
+    "Now I will read the second sentence slowly.",
+    "Here comes the third one after a pause.",
+    "And this is the last thing I will say.",
+]
+
+
+def pcm_chunks(audio_16k: np.ndarray, chunk_ms: int, encoding: str = "pcm_s16le", rate: int = 16_000,
+               channels: int = 1) -> list[str]:
+    """Base64 raw PCM chunks of `chunk_ms`, as a Web Audio / pyaudio client would send them."""
+    import base64
+
+    audio = soxr.resample(audio_16k, 16_000, rate).astype(np.float32) if rate != 16_000 else audio_16k
+    frames = np.repeat(audio[:, np.newaxis], channels, axis=1)
+    # x 32768 so 16-bit sources round-trip exactly (the decoder divides by 32768).
+    raw = np.clip(np.round(frames * 32768), -32768, 32767).astype("<i2").tobytes() if encoding == "pcm_s16le" \
+        else frames.astype("<f4").tobytes()
+    step = rate * chunk_ms // 1000 * channels * (2 if encoding == "pcm_s16le" else 4)
+    return [base64.b64encode(raw[i : i + step]).decode() for i in range(0, len(raw), step)]
+
+
+def byte_chunks(data: bytes, count: int) -> list[str]:
+    """An encoded file cut into `count` pieces at arbitrary byte offsets, as MediaRecorder timeslices are."""
+    import base64
+
+    step = -(-len(data) // count)
+    return [base64.b64encode(data[i : i + step]).decode() for i in range(0, len(data), step)]

@@ -10,6 +10,7 @@ early and every generation runs to its token budget, which makes counts exact.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,21 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tests.speech import UTTERANCES, read_wav_16k, synthesize  # noqa: E402
-from tests.tiny_voxtral import build_tiny_voxtral  # noqa: E402
-from worker.engines import voxtral  # noqa: E402
-from worker.engines.base import AsrEngine, ChatEngine, ChatMessage, GenerationOptions  # noqa: E402
-from worker.engines.voxtral import ASR_MIN_TOKENS, ASR_TOKENS_PER_SECOND, VoxtralEngine  # noqa: E402
-from worker.errors import EngineLoadError, JobError  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from tests.speech import UTTERANCES, read_wav_16k, synthesize
+from tests.tiny_voxtral import build_tiny_voxtral
+from worker.engines import voxtral
+from worker.engines.base import AsrEngine, ChatEngine, ChatMessage, GenerationOptions
+from worker.engines.voxtral import ASR_MIN_TOKENS, ASR_TOKENS_PER_SECOND, VoxtralEngine
+from worker.errors import EngineLoadError, JobError
+from worker.settings import Settings
 
 SR = 16_000
 
 
 def _settings(model_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"voxtral_local_files_only": True, "voxtral_compile": False, "cpu_threads": 2}
+    # One torch thread: the tiny model gains nothing from two, and OpenMP spinning degrades badly
+    # when CI shares the 2 cores with other work.
+    values: dict[str, Any] = {"voxtral_local_files_only": True, "voxtral_compile": False, "cpu_threads": 1}
     return Settings(voxtral_model=str(model_dir), **{**values, **overrides})
 
 
@@ -99,6 +102,18 @@ def test_transcribe_batches_all_segments_in_one_generate(
     assert engine.info.details["last_generated_tokens"] == (len(speech) + 2) * budget
 
 
+def test_transcribe_splits_large_calls_into_max_batch(
+    engine: VoxtralEngine, speech: list[np.ndarray], generate_calls: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(engine, "_max_batch", 2)
+    transcripts = engine.transcribe(speech, "fr")
+    assert [call["input_ids"].shape[0] for call in generate_calls] == [2, 1]
+    first = _budget(max(speech[0].size, speech[1].size))
+    assert [t.tokens for t in transcripts] == [first, first, _budget(speech[2].size)]
+    assert [t.language for t in transcripts] == ["fr"] * 3
+
+
 def test_transcribe_auto_language_and_empty_segment(engine: VoxtralEngine, speech: list[np.ndarray]) -> None:
     transcripts = engine.transcribe([speech[1], np.zeros(0, np.float32)], None)
     assert transcripts[0].tokens == _budget(speech[1].size) and transcripts[0].text
@@ -144,6 +159,12 @@ def test_closing_the_stream_stops_generation(engine: VoxtralEngine) -> None:
     stream.close()  # joins the generate thread and releases the lock
     assert engine.info.details["last_generated_tokens"] < 2000
     assert len(list(engine.stream_reply([ChatMessage("user", "Hi")], GenerationOptions(max_new_tokens=3)))) >= 1
+
+
+def test_warmup_runs_every_job_shape(engine: VoxtralEngine, generate_calls: list[dict[str, Any]]) -> None:
+    engine.warmup()
+    assert [call["input_ids"].shape[0] for call in generate_calls] == [1, 2, 1]
+    assert "input_features" not in generate_calls[2]  # the last is a text-only chat
 
 
 def test_compile_failure_falls_back_to_eager(
@@ -204,3 +225,25 @@ def test_hub_id_prefers_runpod_cached_model(tmp_path: Path, monkeypatch: pytest.
     (rp_dir / "config.json").write_text("{}")
     assert voxtral._resolve("mistralai/Voxtral-Mini-3B-2507:v2") == (str(rp_dir), None, "runpod-cache")
     assert voxtral._resolve("mistralai/Other") == ("mistralai/Other", None, "hub")
+
+
+def test_missing_runtime_is_a_load_error(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(EngineLoadError, match="needs torch, transformers and mistral-common"):
+        VoxtralEngine.load(_settings(model_dir))
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [((7, 5), "sdpa: GPU capability 7.5 < 8.0"), ((9, 0), "sdpa: flash_attn not importable")],
+)
+def test_attention_falls_back_to_sdpa_on_gpus_without_flash_attn(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: str
+) -> None:
+    from types import SimpleNamespace
+
+    cuda = SimpleNamespace(is_available=lambda: True, get_device_capability=lambda: capability)
+    fake_torch = SimpleNamespace(cuda=cuda, float16=torch.float16, bfloat16=torch.bfloat16)
+    monkeypatch.setitem(sys.modules, "flash_attn", None)
+    attention, reason = voxtral._choose_attention("auto", fake_torch, torch.bfloat16)
+    assert attention == "sdpa" and reason.startswith(expected)

@@ -42,7 +42,11 @@ def _tekken_json() -> dict:
         name = _CONTROL[rank] if rank < len(_CONTROL) else _NAMED.get(rank, f"<SPECIAL_{rank}>")
         specials.append({"rank": rank, "token_str": name, "is_control": True})
     vocab = [
-        {"rank": b, "token_bytes": base64.b64encode(bytes([b])).decode(), "token_str": chr(b) if 32 <= b < 127 else None}
+        {
+            "rank": b,
+            "token_bytes": base64.b64encode(bytes([b])).decode(),
+            "token_str": chr(b) if 32 <= b < 127 else None,
+        }
         for b in range(256)
     ]
     return {
@@ -69,12 +73,12 @@ def build_tiny_voxtral(directory: Path) -> Path:
     import torch
     from transformers import (
         GenerationConfig,
-        MistralCommonBackend,
         VoxtralConfig,
         VoxtralForConditionalGeneration,
         VoxtralProcessor,
         WhisperFeatureExtractor,
     )
+    from transformers.tokenization_mistral_common import MistralCommonBackend
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -52,18 +53,23 @@ class StreamingResampler:
         return self._soxr.resample_chunk(mono, last=last)
 
 
-def decode_blocks(data: bytes, max_seconds: float, fmt: SourceFormat | None = None) -> Iterator[np.ndarray]:
+def decode_blocks(
+    data: bytes | BinaryIO, max_seconds: float, fmt: SourceFormat | None = None
+) -> Iterator[np.ndarray]:
     """Yield 16 kHz mono float32 blocks of the first audio track in `data`.
 
+    `data` may be a non-seekable stream that produces bytes lazily (streamed chunks): PyAV
+    reads only what it needs for the next frames, so decoding keeps pace with arrival.
     Raises JobError for undecodable data, no audio track, or audio over `max_seconds`.
     """
-    if not data:
-        raise JobError("the audio is empty (0 bytes)")
+    if isinstance(data, bytes):
+        if not data:
+            raise JobError("the audio is empty (0 bytes)")
+        data = io.BytesIO(data)
     fmt = fmt if fmt is not None else SourceFormat()
-    max_samples = int(max_seconds * SAMPLE_RATE)
     produced = 0
     try:
-        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+        container = av.open(data, mode="r", metadata_errors="ignore", buffer_size=8192)
     except (av.FFmpegError, ValueError, OSError) as err:
         raise JobError(f"could not read the audio: {_reason(err)}; supported formats: {SUPPORTED}") from None
     with container:
@@ -82,11 +88,7 @@ def decode_blocks(data: bytes, max_seconds: float, fmt: SourceFormat | None = No
                         resampler = StreamingResampler(planar.sample_rate)
                     block = resampler.process(planar.to_ndarray())
                     produced += len(block)
-                    if produced > max_samples:
-                        raise JobError(
-                            f"the audio is longer than the {max_seconds:g} s limit (WORKER_MAX_AUDIO_SECONDS); "
-                            "split it into shorter jobs"
-                        )
+                    check_duration(produced, max_seconds)
                     if len(block):
                         yield block
         except av.FFmpegError as err:
@@ -102,6 +104,14 @@ def decode_blocks(data: bytes, max_seconds: float, fmt: SourceFormat | None = No
         tail = resampler.process(np.zeros(0, dtype=np.float32), last=True)
         if len(tail):
             yield tail
+
+
+def check_duration(samples: int, max_seconds: float) -> None:
+    if samples > max_seconds * SAMPLE_RATE:
+        raise JobError(
+            f"the audio is longer than the {max_seconds:g} s limit (WORKER_MAX_AUDIO_SECONDS); "
+            "split it into shorter jobs"
+        )
 
 
 def _reason(err: Exception) -> str:

@@ -35,13 +35,29 @@ class HistoryMessage(_Strict):
     content: str = Field(min_length=1)
 
 
-AUDIO_SOURCES = ("audio_url", "audio_path", "audio_base64")
+class ChunkFormat(_Strict):
+    """How to read `chunks`: raw PCM (needs sample_rate, channels) or an encoded stream cut into pieces."""
+
+    encoding: Literal["pcm_s16le", "f32le", "encoded"]
+    sample_rate: int | None = Field(default=None, ge=8_000, le=192_000)
+    channels: int = Field(default=1, ge=1, le=8)
+
+    @model_validator(mode="after")
+    def _pcm_needs_rate(self) -> ChunkFormat:
+        if self.encoding != "encoded" and self.sample_rate is None:
+            raise ValueError(f"chunk_format.sample_rate is required for {self.encoding} chunks")
+        return self
+
+
+AUDIO_SOURCES = ("audio_url", "audio_path", "audio_base64", "chunks")
 
 
 class JobInput(_Strict):
     audio_url: str | None = Field(default=None, min_length=1)
     audio_path: str | None = Field(default=None, min_length=1)
     audio_base64: str | None = Field(default=None, min_length=1)
+    chunks: list[str] | None = Field(default=None, min_length=1)  # ordered base64 pieces of one stream
+    chunk_format: ChunkFormat | None = None
 
     task: Literal["transcribe", "reply"] = Field(default_factory=_setting("default_task"))
     language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")
@@ -51,6 +67,7 @@ class JobInput(_Strict):
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     reply_with_audio: bool = False  # give the chat model the audio itself (engines that accept audio)
+    reply_mode: Literal["end", "each_utterance"] = Field(default_factory=_setting("default_reply_mode"))
     vad: VadOptions = Field(default_factory=VadOptions)
 
     @model_validator(mode="after")
@@ -59,6 +76,8 @@ class JobInput(_Strict):
         if len(given) != 1:
             found = ", ".join(given) if given else "none"
             raise ValueError(f"give exactly one audio source of {', '.join(AUDIO_SOURCES)} (found: {found})")
+        if (self.chunks is None) != (self.chunk_format is None):
+            raise ValueError("chunks and chunk_format go together: give both or neither")
         settings = get_settings()
         if self.max_new_tokens > settings.max_new_tokens_limit:
             raise ValueError(
@@ -81,7 +100,7 @@ class JobInput(_Strict):
         return self
 
     @property
-    def audio_source(self) -> tuple[str, str]:
+    def audio_source(self) -> tuple[str, Any]:
         """(field name, value) of the one audio source given."""
         name = next(n for n in AUDIO_SOURCES if getattr(self, n) is not None)
         return name, getattr(self, name)
@@ -130,12 +149,20 @@ class SegmentEvent(BaseModel):
 class ReplyDeltaEvent(BaseModel):
     type: Literal["reply_delta"] = "reply_delta"
     text: str
+    turn: int = 0  # which reply: always 0 with reply_mode "end"; one per utterance with "each_utterance"
+
+
+class Turn(BaseModel):
+    turn: int
+    segments: list[int]  # indexes of the segments this reply answers
+    reply: str
 
 
 class ResultEvent(BaseModel):
     type: Literal["result"] = "result"
     transcript: str
     segments: list[SegmentEvent]
-    reply: str | None
+    reply: str | None  # the reply; with reply_mode "each_utterance", every turn's reply joined by blank lines
+    turns: list[Turn] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     metadata: dict[str, Any]

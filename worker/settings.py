@@ -42,10 +42,12 @@ class Settings(BaseSettings):
     voxtral_compile: bool = True
     voxtral_compile_mode: str = "default"
     voxtral_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    voxtral_max_batch: int = Field(default=16, ge=1)  # <=30 s transcription pieces per generate (GPU memory)
     hf_cache_dir: str | None = None
 
     # --- job defaults and limits ---
     default_task: Literal["transcribe", "reply"] = "reply"
+    default_reply_mode: Literal["end", "each_utterance"] = "end"
     default_max_new_tokens: int = Field(default=256, ge=1)
     default_system_prompt: str = "You are a helpful voice assistant. Answer the user's spoken message briefly and clearly."
     max_new_tokens_limit: int = Field(default=2048, ge=1)

@@ -7,6 +7,7 @@ torch and transformers are imported inside `load`, so this module imports withou
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import math
 import os
@@ -47,9 +48,12 @@ def _runpod_cached(repo_id: str, revision: str | None) -> Path | None:
     candidates = [Path(RUNPOD_CACHE_TEMPLATE.format(model=repo_id, revision=revision or "main"))]
     repo_dir = RUNPOD_HF_HUB / f"models--{repo_id.replace('/', '--')}"
     ref = repo_dir / "refs" / (revision or "main")
-    if ref.is_file():
+    if ref.is_file():  # a branch or tag name -> its commit's snapshot
         candidates.append(repo_dir / "snapshots" / ref.read_text().strip())
-    candidates += sorted((repo_dir / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    elif revision:  # a commit hash
+        candidates.append(repo_dir / "snapshots" / revision)
+    else:  # no refs written: the newest snapshot
+        candidates += sorted((repo_dir / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
     return next((c for c in candidates if (c / "config.json").is_file()), None)
 
 
@@ -80,16 +84,19 @@ def _choose_attention(setting: str, torch: Any, dtype: Any) -> tuple[str, str]:
         return "sdpa", f"sdpa: flash-attn needs float16/bfloat16, dtype is {dtype}"
     try:
         import flash_attn
-    except Exception as exc:  # a broken build raises OSError/undefined-symbol errors, not only ImportError
+    except Exception as exc:  # noqa: BLE001 -- broken builds raise OSError etc., not only ImportError
         return "sdpa", f"sdpa: flash_attn not importable ({type(exc).__name__}: {exc})"
-    return "flash_attention_2", f"flash_attention_2: GPU capability {major}.{minor}, flash_attn {flash_attn.__version__}"
+    return (
+        "flash_attention_2",
+        f"flash_attention_2: GPU capability {major}.{minor}, flash_attn {flash_attn.__version__}",
+    )
 
 
 def _wav_base64(audio: np.ndarray) -> str:
     # Chat content takes audio only as path/url/base64, not as an array.
-    buffer = io.BytesIO()
     import soundfile
 
+    buffer = io.BytesIO()
     soundfile.write(buffer, np.asarray(audio, dtype=np.float32), SAMPLE_RATE, format="WAV")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -102,22 +109,13 @@ class VoxtralEngine:
 
     def __init__(self, model: Any, processor: Any, settings: Settings, info: EngineInfo, compile_kwargs: dict) -> None:
         import torch
-        from transformers import StoppingCriteria
 
         self._torch, self._model, self._processor = torch, model, processor
         self._model_id = settings.voxtral_model
+        self._max_batch = settings.voxtral_max_batch
         self._compile_kwargs = compile_kwargs  # static cache + CompileConfig, or {} for eager
         self._lock = threading.Lock()  # one GPU, one model: one generate at a time
         self.info = info
-
-        class _Cancel(StoppingCriteria):  # stops a stream whose consumer went away
-            def __init__(self, event: threading.Event) -> None:
-                self.event = event
-
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-        self._cancel_cls = _Cancel
 
     # ----------------------------------------------------------------- load
     @classmethod
@@ -150,25 +148,30 @@ class VoxtralEngine:
         try:
             processor = AutoProcessor.from_pretrained(source, **hub)
             load_kwargs: dict[str, Any] = {"dtype": dtype, **hub}
-            if cuda and _has_accelerate():
+            if cuda and importlib.util.find_spec("accelerate"):
                 load_kwargs["device_map"] = {"": device}  # straight to the GPU, no host copy
             try:
-                model = VoxtralForConditionalGeneration.from_pretrained(source, attn_implementation=attention, **load_kwargs)
+                model = VoxtralForConditionalGeneration.from_pretrained(
+                    source, attn_implementation=attention, **load_kwargs
+                )
             except ImportError as exc:  # flash-attn present but unusable: never fatal
                 attention, attention_reason = "sdpa", f"sdpa: flash_attention_2 failed to load ({exc})"
-                model = VoxtralForConditionalGeneration.from_pretrained(source, attn_implementation="sdpa", **load_kwargs)
-            model = model.to(device).eval()
+                model = VoxtralForConditionalGeneration.from_pretrained(
+                    source, attn_implementation="sdpa", **load_kwargs
+                )
+            model = model.to(device).eval()  # type: ignore[arg-type]
         except Exception as exc:
             raise EngineLoadError(
                 f"Voxtral model {settings.voxtral_model!r} (from {origin}: {source}) could not be loaded: "
-                f"{type(exc).__name__}: {exc}. The directory must hold config.json, the *.safetensors weights, "
-                "tekken.json and processor_config.json saved together; re-download the model, or check "
-                "WORKER_VOXTRAL_MODEL, WORKER_HF_CACHE_DIR and HF_TOKEN."
+                f"{type(exc).__name__}: {str(exc).rstrip('.')}. The directory must hold config.json, the "
+                "*.safetensors weights, tekken.json and processor_config.json saved together; re-download "
+                "the model, or check WORKER_VOXTRAL_MODEL, WORKER_HF_CACHE_DIR and HF_TOKEN."
             ) from exc
         if type(processor.tokenizer).__name__ != "MistralCommonBackend":
             raise EngineLoadError(
                 f"Voxtral processor in {source} loaded a {type(processor.tokenizer).__name__} tokenizer, not "
-                "MistralCommonBackend: keep config.json in the same directory as tekken.json and install mistral-common."
+                "MistralCommonBackend: keep config.json in the same directory as tekken.json, and install "
+                "mistral-common[audio]."
             )
 
         compile_kwargs: dict[str, Any] = {}
@@ -177,10 +180,12 @@ class VoxtralEngine:
             # transformers' own path: static KV cache + compiled decode step, dynamic shapes so
             # new prompt lengths / budgets do not recompile (batch 1 and >1 are two graphs).
             config = CompileConfig(mode=settings.voxtral_compile_mode, dynamic=True)
-            if not cuda:
-                config._compile_all_devices = True  # generate() only auto-compiles on accelerators otherwise
+            if not cuda:  # generate() auto-compiles only on accelerators unless this (private) flag is set
+                config._compile_all_devices = True  # type: ignore[assignment]
             compile_kwargs = {"cache_implementation": "static", "compile_config": config}
-            compile_reason = f"compiled: transformers static cache + torch.compile(mode={settings.voxtral_compile_mode!r})"
+            compile_reason = (
+                f"compiled: transformers static cache + torch.compile(mode={settings.voxtral_compile_mode!r})"
+            )
 
         info = EngineInfo(
             name="voxtral",
@@ -218,7 +223,9 @@ class VoxtralEngine:
 
     # ------------------------------------------------------------- generate
     def _generate(self, inputs: Any, **kwargs: Any) -> Any:
-        """model.generate, compiled if enabled; a compile failure switches to eager for good. Hold the lock."""
+        """model.generate, compiled if enabled; a compile failure switches to eager for good.
+
+        Call with the lock held."""
         inputs = inputs.to(self._model.device, dtype=self._model.dtype)  # casts only float tensors
         if self._compile_kwargs:
             try:
@@ -243,35 +250,35 @@ class VoxtralEngine:
                     f"Voxtral cannot transcribe language {language!r}; use one of {', '.join(sorted(LANGUAGES))} "
                     "or omit the language to auto-detect it."
                 )
-        # Every segment becomes <=30 s pieces of equal length; all pieces go through one batch.
-        pieces: list[np.ndarray] = []
-        owner: list[int] = []
+        # Every segment becomes <=30 s pieces of equal length; pieces go through generate in
+        # batches of voxtral_max_batch (one batch for a usual call), then rejoin per segment.
+        pieces: list[tuple[int, np.ndarray]] = []
         for index, segment in enumerate(segments):
             audio = np.asarray(segment, dtype=np.float32).reshape(-1)
             count = math.ceil(audio.size / PIECE_SAMPLES)
-            for piece in np.array_split(audio, count) if count else []:
-                pieces.append(piece)
-                owner.append(index)
+            pieces += [(index, piece) for piece in (np.array_split(audio, count) if count else [])]
         texts: list[list[str]] = [[] for _ in segments]
         tokens = [0] * len(segments)
         detected: list[str | None] = [language] * len(segments)
-        if pieces:
+        tokenizer = self._processor.tokenizer
+        stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+        for start in range(0, len(pieces), self._max_batch):
+            batch = pieces[start : start + self._max_batch]
             inputs = self._processor.apply_transcription_request(
-                audio=pieces, model_id=self._model_id, language=language,
-                sampling_rate=SAMPLE_RATE, format=["wav"] * len(pieces),
+                audio=[p for _, p in batch], model_id=self._model_id, language=language,
+                sampling_rate=SAMPLE_RATE, format=["wav"] * len(batch),
             )  # fmt: skip
-            budget = ASR_MIN_TOKENS + math.ceil(ASR_TOKENS_PER_SECOND * max(p.size for p in pieces) / SAMPLE_RATE)
+            budget = ASR_MIN_TOKENS + math.ceil(ASR_TOKENS_PER_SECOND * max(p.size for _, p in batch) / SAMPLE_RATE)
             with self._lock:
                 output = self._generate(inputs, max_new_tokens=budget, do_sample=False)
-            tokenizer = self._processor.tokenizer
-            stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-            for index, row in zip(owner, output[:, inputs["input_ids"].shape[1] :].tolist()):
+            for (index, _), row in zip(batch, output[:, inputs["input_ids"].shape[1] :].tolist()):
                 ids = row[: next((i for i, t in enumerate(row) if t in stops), len(row))]
                 tokens[index] += len(ids)
-                # Without a forced language the model writes "lang:xx" first; plain decode strips it.
+                # Without a forced language the model may write "lang:xx" first; plain decode strips it.
                 found = _LANG_PREFIX.match(tokenizer.decode(ids, skip_special_tokens=False))
                 detected[index] = detected[index] or (found.group(1) if found else None)
                 texts[index].append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        if pieces:
             self._record_tokens(sum(tokens))
         return [
             Transcript(text=" ".join(t for t in parts if t), language=lang, tokens=count)
@@ -306,7 +313,12 @@ class VoxtralEngine:
         sampling: dict[str, Any] = {"do_sample": False}
         if options.temperature > 0:
             sampling = {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
-        cancel = threading.Event()
+        cancel = threading.Event()  # set when the consumer goes away: stops generate at the next token
+
+        def cancelled(input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return self._torch.full((input_ids.shape[0],), cancel.is_set(), device=input_ids.device)
+
+        # A plain Lock, not an RLock: the consumer may resume this generator from another thread.
         with self._lock:
             streamer = TextIteratorStreamer(self._processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
             result: dict[str, Any] = {}
@@ -315,9 +327,9 @@ class VoxtralEngine:
                 try:
                     result["output"] = self._generate(
                         inputs, streamer=streamer, max_new_tokens=options.max_new_tokens,
-                        stopping_criteria=StoppingCriteriaList([self._cancel_cls(cancel)]), **sampling,
+                        stopping_criteria=StoppingCriteriaList([cancelled]), **sampling,
                     )  # fmt: skip
-                except BaseException as exc:  # re-raised in the consumer's thread
+                except BaseException as exc:  # noqa: BLE001 -- re-raised in the consumer's thread
                     result["error"] = exc
                     streamer.end()  # unblock the consumer
 
@@ -332,9 +344,3 @@ class VoxtralEngine:
                     self._record_tokens(result["output"].shape[1] - inputs["input_ids"].shape[1])
             if "error" in result:
                 raise result["error"]
-
-
-def _has_accelerate() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("accelerate") is not None
