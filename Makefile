@@ -13,9 +13,9 @@ setup: $(STAMP)
 
 $(STAMP): $(REQS)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r builder/requirements-torch-cpu.txt
-	$(PY) -m pip install --quiet -r builder/requirements.txt -r builder/requirements-voxtral.txt \
-	      -r builder/requirements-dev.txt
+	# One resolve: accelerate depends on torch, so torch's pin must be in the same command.
+	$(PY) -m pip install --quiet -r builder/requirements-torch-cpu.txt -r builder/requirements.txt \
+	      -r builder/requirements-voxtral.txt -r builder/requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -r builder/requirements-nodeps.txt
 	touch $(STAMP)
 

@@ -40,3 +40,13 @@ def run_job(handler_module: Any):
         return list(handler_module.handler({"id": job_id, "input": job_input}))
 
     return run
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny, randomly initialised Voxtral saved with save_pretrained (needs torch + transformers)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.tiny_voxtral import build_tiny_voxtral
+
+    return build_tiny_voxtral(tmp_path_factory.mktemp("voxtral") / "tiny")

@@ -21,7 +21,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tests.speech import UTTERANCES, read_wav_16k, synthesize
-from tests.tiny_voxtral import build_tiny_voxtral
 from worker.engines import voxtral
 from worker.engines.base import AsrEngine, ChatEngine, ChatMessage, GenerationOptions
 from worker.engines.voxtral import ASR_MIN_TOKENS, ASR_TOKENS_PER_SECOND, VoxtralEngine
@@ -36,11 +35,6 @@ def _settings(model_dir: Path, **overrides: Any) -> Settings:
     # when CI shares the 2 cores with other work.
     values: dict[str, Any] = {"voxtral_local_files_only": True, "voxtral_compile": False, "cpu_threads": 1}
     return Settings(voxtral_model=str(model_dir), **{**values, **overrides})
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_voxtral(tmp_path_factory.mktemp("voxtral") / "tiny")
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,7 @@ class Pipeline:
 
     def run(self, job: JobInput) -> Iterator[dict[str, Any]]:
         timer = StageTimer()
-        self._check_language(job.language)
+        self._check_request(job)
         source = SourceFormat()
         progress = _Progress()
         blocks = _timed(self._open_audio(job, source, progress, timer), timer, "decode")
@@ -121,8 +121,14 @@ class Pipeline:
             warnings=warnings, metadata=metadata,
         ).model_dump()
 
-    def _check_language(self, language: str | None) -> None:
-        allowed = self.engines.asr.languages
+    def _check_request(self, job: JobInput) -> None:
+        """Refuse what the loaded engines cannot do before spending any time on the audio."""
+        if job.reply_with_audio and not self.engines.chat.accepts_audio:
+            raise JobError(
+                f"reply_with_audio needs a chat engine that listens to audio (Voxtral); "
+                f"this worker runs {self.engines.chat.info.name}"
+            )
+        allowed, language = self.engines.asr.languages, job.language
         if language is not None and allowed is not None and language not in allowed:
             raise JobError(
                 f"language {language!r} is not supported by {self.engines.asr.info.name}; "
