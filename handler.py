@@ -32,4 +32,4 @@ if __name__ == "__main__":
 
     from worker.serverless import runpod_config
 
-    runpod.serverless.start(runpod_config(handler))
+    runpod.serverless.start(runpod_config(handler, worker.settings.concurrency))

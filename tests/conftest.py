@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.speech import UTTERANCES, synthesize, utterances_ssml
+from tests.speech import FOUR_UTTERANCES, UTTERANCES, synthesize, utterances_ssml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -24,6 +24,12 @@ def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def three_utterances_wav(speech_dir: Path) -> Path:
     """Three English sentences separated by 0.9 s pauses, 16 kHz mono WAV."""
     return synthesize(utterances_ssml(UTTERANCES), speech_dir / "three.wav")
+
+
+@pytest.fixture(scope="session")
+def four_utterances_wav(speech_dir: Path) -> Path:
+    """Four other sentences separated by 0.8 s pauses, 16 kHz mono WAV."""
+    return synthesize(utterances_ssml(FOUR_UTTERANCES, pause_ms=800), speech_dir / "four.wav")
 
 
 @pytest.fixture(scope="session")

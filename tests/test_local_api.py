@@ -90,6 +90,40 @@ def test_bad_job_over_http_carries_the_error_and_the_server_keeps_serving(api: s
     assert ok["output"][-1]["type"] == "result"
 
 
+def test_concurrent_jobs_do_not_cross_talk(api: str, three_utterances_wav: Path, four_utterances_wav: Path) -> None:
+    """The registered handler is an async generator running the pipeline in a thread: jobs overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.speech import FOUR_UTTERANCES
+
+    jobs = [(three_utterances_wav, UTTERANCES), (four_utterances_wav, FOUR_UTTERANCES)] * 2
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        bodies = list(pool.map(
+            lambda job: requests.post(f"{api}/runsync", json=_job(job[0], task="transcribe"), timeout=600).json(),
+            jobs,
+        ))
+    for (_, expected), body in zip(jobs, bodies):
+        result = body["output"][-1]
+        assert len(result["segments"]) == len(expected)
+        assert word_error_rate(" ".join(expected), result["transcript"]) <= 0.15
+        assert [e for e in body["output"] if e["type"] == "segment"] == result["segments"]
+
+
+def test_sdk_endpoint_client_against_the_local_server(api: str, three_utterances_wav: Path) -> None:
+    """runpod.Endpoint builds '<base>/<endpoint_id>/runsync'; the dev server serves '/runsync'.
+
+    An endpoint id of '.' makes that '<base>/./runsync', which the HTTP client normalises to
+    '/runsync'. Only run_sync works this way: the SDK polls GET /status and /stream, which
+    the dev server serves as POST.
+    """
+    import runpod
+
+    runpod.api_key = "local-test-key"
+    runpod.endpoint_url_base = api
+    output = runpod.Endpoint(".").run_sync(_job(three_utterances_wav, task="transcribe"), timeout=300)
+    assert output[-1]["type"] == "result" and len(output[-1]["segments"]) == len(UTTERANCES)
+
+
 def _local_run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "WORKER_WARMUP": "false"}
     return subprocess.run([sys.executable, "handler.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.speech import FOUR_UTTERANCES, byte_chunks, pcm_chunks, read_wav_16k, synthesize, transcode, utterances_ssml
+from tests.speech import FOUR_UTTERANCES, byte_chunks, pcm_chunks, read_wav_16k, transcode
 from tests.speech import word_error_rate
 
 EXPECTED = " ".join(FOUR_UTTERANCES)
-
-
-@pytest.fixture(scope="session")
-def four_utterances_wav(speech_dir: Path) -> Path:
-    return synthesize(utterances_ssml(FOUR_UTTERANCES, pause_ms=800), speech_dir / "four.wav")
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     engine: Literal["auto", "embedded", "voxtral"] = "auto"
     cpu_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     warmup: bool = True
+    concurrency: int = Field(default=1, ge=1, le=16)  # jobs one worker runs at once (RunPod concurrency_modifier)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- embedded engines (CPU default) ---
