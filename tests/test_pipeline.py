@@ -45,6 +45,7 @@ def test_result_metadata_reports_stages_rtf_and_health(run_job, three_utterances
     assert meta["real_time_factor"] == pytest.approx(timings["total_ms"] / 1000 / meta["audio_seconds"], rel=1e-3)
     assert meta["time_to_first_segment_ms"] < timings["total_ms"]
     assert meta["source"]["codec"] == "pcm_s16le" and meta["source"]["sample_rate"] == 16000
+    assert meta["language"] == {"requested": None, "used": "en"}  # detected once, then kept for the job
     health = meta["health"]
     assert health["asr"]["name"] == "faster-whisper" and health["llm"]["name"] == "llama.cpp"
     assert "embedded" in health["engine_selection"]

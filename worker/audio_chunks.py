@@ -13,7 +13,6 @@ transcribes an utterance before later chunks are even decoded.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 from collections.abc import Iterator, Sequence
@@ -26,12 +25,29 @@ from worker.errors import JobError
 
 _PCM_DTYPES = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
+# Starts of files that are not raw samples: (what, magic, offset of the magic). Long enough that raw PCM
+# matching one by chance is not a practical concern.
+_CONTAINER_MAGIC = (
+    ("WAV", b"WAVE", 8), ("Ogg", b"OggS\x00", 0), ("FLAC", b"fLaC\x00\x00\x00\x22", 0),
+    ("WebM/Matroska", b"\x1a\x45\xdf\xa3", 0), ("MP4/M4A", b"ftyp", 4), ("MP3 (ID3)", b"ID3", 0),
+)
+
 
 def decode_chunk(chunks: Sequence[str], index: int) -> bytes:
     try:
-        return base64.b64decode(chunks[index], validate=True)
+        # strict_mode: the standard alphabet, correct padding, nothing after it.
+        return binascii.a2b_base64(chunks[index], strict_mode=True)
     except (binascii.Error, ValueError) as err:
-        raise JobError(f"chunks[{index}]: not valid base64 ({err})") from None
+        raise JobError(f"chunks[{index}]: not valid base64 ({err}); send standard base64 (RFC 4648)") from None
+
+
+def _container_in_pcm(data: bytes) -> str | None:
+    """The file type `data` starts with, if it is a container/codec file rather than raw samples."""
+    for name, magic, offset in _CONTAINER_MAGIC:
+        if data[offset : offset + len(magic)] == magic and (name != "WAV" or data[:4] == b"RIFF"):
+            if name != "MP3 (ID3)" or (len(data) > 4 and data[3] in (2, 3, 4) and data[4] == 0):
+                return name
+    return None
 
 
 class ChunkReader(io.RawIOBase):
@@ -71,6 +87,8 @@ class ChunkedAudio:
         return self._reader.consumed if self._reader is not None else self._pcm_consumed
 
     def blocks(self) -> Iterator[np.ndarray]:
+        if not any(self._chunks):
+            raise JobError(f"chunks: all {len(self._chunks)} chunk(s) are empty strings; there is no audio")
         if self._fmt.encoding == "encoded":
             self._reader = ChunkReader(self._chunks)
             yield from decode_blocks(self._reader, self._max_seconds, self._source)  # type: ignore[arg-type]
@@ -88,7 +106,14 @@ class ChunkedAudio:
         carry = b""  # bytes of an incomplete frame at the end of the previous chunk
         produced = 0
         for index in range(len(self._chunks)):
-            data = carry + decode_chunk(self._chunks, index)
+            chunk = decode_chunk(self._chunks, index)
+            container = _container_in_pcm(chunk)
+            if container is not None:
+                raise JobError(
+                    f"chunks[{index}] starts like a {container} file, but chunk_format.encoding is {fmt.encoding}: "
+                    "send files and encoded streams with encoding 'encoded', raw samples without a header"
+                )
+            data = carry + chunk
             self._pcm_consumed = index + 1
             usable = len(data) - len(data) % frame_bytes
             carry = data[usable:]

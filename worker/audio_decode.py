@@ -62,15 +62,22 @@ def decode_blocks(
     reads only what it needs for the next frames, so decoding keeps pace with arrival.
     Raises JobError for undecodable data, no audio track, or audio over `max_seconds`.
     """
+    wav_shortfall: int | None = None
     if isinstance(data, bytes):
         if not data:
             raise JobError("the audio is empty (0 bytes)")
+        wav_shortfall = _wav_shortfall(data)
         data = io.BytesIO(data)
     fmt = fmt if fmt is not None else SourceFormat()
     produced = 0
     try:
         container = av.open(data, mode="r", metadata_errors="ignore", buffer_size=8192)
     except (av.FFmpegError, ValueError, OSError) as err:
+        if isinstance(err, av.EOFError):
+            raise JobError(
+                "could not read the audio: the data ends before its first audio frame (a truncated or incomplete "
+                f"file?); supported formats: {SUPPORTED}"
+            ) from None
         raise JobError(f"could not read the audio: {_reason(err)}; supported formats: {SUPPORTED}") from None
     with container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
@@ -78,15 +85,32 @@ def decode_blocks(
             raise JobError("the file has no audio track")
         fmt.container = container.format.name
         fmt.codec = stream.codec_context.name
-        to_float = av.AudioResampler(format="fltp")  # sample format only: rate and layout kept
+        # Packed float, not planar: PyAV's planar frames have a wrong plane count past 8 channels (AVFrame.data
+        # holds 8 pointers) and to_ndarray crashes the process. Rate and layout are kept; a mid-stream change of
+        # format, layout or rate (chained streams, concatenated files) gets a fresh converter instead of a ValueError.
+        to_float: av.AudioResampler | None = None
+        frame_key: tuple[str, str, int] | None = None
         resampler: StreamingResampler | None = None
+        seconds_in = 0.0  # decoded duration at the source rate: the cap trips before any resampling work
         try:
             for frame in container.decode(stream):
-                for planar in to_float.resample(frame):
+                key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if to_float is None or key != frame_key:
+                    to_float, frame_key = av.AudioResampler(format="flt"), key
+                for packed in to_float.resample(frame):
+                    channels, rate = len(packed.layout.channels), packed.sample_rate
+                    if not packed.samples or not channels or rate <= 0:
+                        continue
+                    seconds_in += packed.samples / rate
+                    check_duration(round(seconds_in * SAMPLE_RATE), max_seconds)
                     if resampler is None:
-                        fmt.sample_rate, fmt.channels = planar.sample_rate, len(planar.layout.channels)
-                        resampler = StreamingResampler(planar.sample_rate)
-                    block = resampler.process(planar.to_ndarray())
+                        fmt.sample_rate, fmt.channels = rate, channels  # as the stream starts
+                        resampler = StreamingResampler(rate)
+                    elif resampler.input_rate != rate:  # the rate changed mid-stream: flush, then a new filter
+                        yield from _non_empty(resampler.process(np.zeros(0, dtype=np.float32), last=True))
+                        resampler = StreamingResampler(rate)
+                    samples = packed.to_ndarray().reshape(-1, channels).T  # interleaved -> (channels, n)
+                    block = resampler.process(samples)
                     produced += len(block)
                     check_duration(produced, max_seconds)
                     if len(block):
@@ -101,9 +125,46 @@ def decode_blocks(
             )
         if resampler is None:
             raise JobError(f"the audio track holds no decodable samples; supported formats: {SUPPORTED}")
-        tail = resampler.process(np.zeros(0, dtype=np.float32), last=True)
-        if len(tail):
-            yield tail
+        declared = _declared_seconds(stream, container)
+        if not fmt.warnings and declared is not None and declared - seconds_in > max(0.25, 0.02 * declared):
+            fmt.warnings.append(
+                f"decoded {seconds_in:.2f} s of the {declared:.2f} s the file declares; the file may be truncated"
+            )
+        elif not fmt.warnings and wav_shortfall:
+            fmt.warnings.append(
+                f"the WAV header declares {wav_shortfall} more byte(s) of audio than the file holds; "
+                "the file may be truncated"
+            )
+        yield from _non_empty(resampler.process(np.zeros(0, dtype=np.float32), last=True))
+
+
+def _non_empty(block: np.ndarray) -> Iterator[np.ndarray]:
+    if len(block):
+        yield block
+
+
+def _declared_seconds(stream: av.audio.stream.AudioStream, container: av.container.InputContainer) -> float | None:
+    """The duration the file's headers claim (None when they do not say)."""
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _wav_shortfall(data: bytes) -> int | None:
+    """Bytes a RIFF/WAVE 'data' chunk declares beyond the end of `data` (FFmpeg silently clamps them)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if chunk == b"data":
+            if size in (0, 0xFFFFFFFF):  # "unknown length", as streaming recorders write
+                return None
+            return max(0, size - (len(data) - offset - 8)) or None
+        offset += 8 + size + (size & 1)
+    return None
 
 
 def check_duration(samples: int, max_seconds: float) -> None:

@@ -8,17 +8,25 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
+import socket
 import stat
-import time
+import threading
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from worker.errors import JobError
 
 _DATA_URI = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*?);base64,", re.IGNORECASE)
 _ACCEPTED_MEDIA_PREFIXES = ("audio/", "video/", "application/octet-stream", "application/ogg")
+
+
+def _show(value: str, limit: int = 120) -> str:
+    """A caller's string for an error message: repr'd, and cut when long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def _size_error(what: str, size: int | str, cap: int) -> JobError:
@@ -48,65 +56,154 @@ def decode_base64_audio(text: str, max_bytes: int) -> bytes:
     if len(payload) // 4 * 3 > max_bytes:
         raise _size_error("audio_base64 decodes to about", len(payload) // 4 * 3, max_bytes)
     try:
-        return base64.b64decode(payload, validate=True)
+        # strict_mode: the standard alphabet, correct padding, nothing after it (b64decode accepts "QUJD=").
+        return binascii.a2b_base64(payload, strict_mode=True)
     except (binascii.Error, ValueError) as err:
-        raise JobError(f"audio_base64: not valid base64 ({err})") from None
+        raise JobError(f"audio_base64: not valid base64 ({err}); send standard base64 (RFC 4648, with padding)") from None
 
 
 def read_confined_path(raw_path: str, roots: list[Path], max_bytes: int) -> bytes:
     """Read a file that, after resolving symlinks and '..', lies under one of `roots`."""
+    if "\x00" in raw_path:
+        raise JobError("audio_path: the path contains a NUL character")
     try:
         path = Path(raw_path).expanduser().resolve(strict=True)
     except (FileNotFoundError, RuntimeError, OSError):
-        raise JobError(f"audio_path: no such file: {raw_path!r}") from None
+        raise JobError(f"audio_path: no such file: {_show(raw_path)}") from None
     resolved_roots = [root.resolve() for root in roots]
     if not any(path.is_relative_to(root) for root in resolved_roots):
         allowed = ", ".join(str(r) for r in resolved_roots)
         raise JobError(
-            f"audio_path: {raw_path!r} is outside the allowed directories ({allowed}); "
+            f"audio_path: {_show(raw_path)} is outside the allowed directories ({allowed}); "
             "set WORKER_PATH_ROOTS to allow another"
         )
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise JobError(f"audio_path: {raw_path!r} is not a regular file")
-    if info.st_size > max_bytes:
-        raise _size_error(f"audio_path {raw_path!r}", info.st_size, max_bytes)
-    with path.open("rb") as file:
-        return file.read(max_bytes + 1)
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise JobError(f"audio_path: {_show(raw_path)} is not a regular file")
+        if info.st_size > max_bytes:
+            raise _size_error(f"audio_path {_show(raw_path)}", info.st_size, max_bytes)
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
+    except OSError as err:  # removed or made unreadable after the checks
+        raise JobError(f"audio_path: could not read {_show(raw_path)}: {err.strerror or err}") from None
+    if len(data) > max_bytes:  # grew after the size check
+        raise _size_error(f"audio_path {_show(raw_path)}", len(data), max_bytes)
+    return data
 
 
 def download_url(url: str, max_bytes: int, timeout_s: float) -> bytes:
-    """Download an untrusted URL with runpod-python's SSRF guard, a byte cap and a total deadline."""
-    # Imported here: pulling in the runpod HTTP stack is only needed for URL jobs.
-    import requests
-    from runpod.serverless.utils.rp_ssrf import SSRFError, iter_content_capped, safe_get
+    """Download an untrusted URL with runpod-python's SSRF guard, a byte cap and a total deadline.
 
-    deadline = time.monotonic() + timeout_s
-    try:
-        response = safe_get(url, timeout=max(1, int(timeout_s)), max_bytes=max_bytes)
-    except SSRFError as err:
-        if "size cap" in str(err):
-            raise _size_error("audio_url body", "over", max_bytes) from None
-        raise JobError(f"audio_url refused: {err}") from None
-    except requests.Timeout:
-        raise JobError(f"audio_url: the server did not answer within {timeout_s:g} s (WORKER_URL_TIMEOUT_SECONDS)") from None
-    except requests.RequestException as err:
-        raise JobError(f"audio_url: could not fetch {url!r}: {type(err).__name__}: {err}") from None
-    with response:
-        if response.status_code >= 400:
-            raise JobError(f"audio_url: the server answered HTTP {response.status_code} for {url!r}")
-        body = bytearray()
+    `timeout_s` bounds the whole download, not each read: the fetch runs in a helper thread and the
+    job gets its error when the deadline passes, however slowly the server drips bytes (headers
+    included). The socket is then shut down so the helper ends at once in the body phase; in the
+    header phase it ends at its next per-read timeout.
+    """
+    download = _Download(url, max_bytes, timeout_s)
+    thread = threading.Thread(target=download.run, name="audio-url-download", daemon=True)
+    thread.start()
+    if not download.done.wait(timeout_s):
+        download.abandon()
+        raise _timeout_error(timeout_s)
+    if download.error is not None:
+        raise download.error
+    return download.body
+
+
+def _timeout_error(timeout_s: float) -> JobError:
+    return JobError(
+        f"audio_url: the download did not finish within {timeout_s:g} s (WORKER_URL_TIMEOUT_SECONDS); "
+        "use a faster server or send the audio another way"
+    )
+
+
+class _Download:
+    """One URL download on a helper thread; the job's thread waits for it with the deadline."""
+
+    def __init__(self, url: str, max_bytes: int, timeout_s: float) -> None:
+        self.url, self.max_bytes, self.timeout_s = url, max_bytes, timeout_s
+        self.done = threading.Event()
+        self.body = b""
+        self.error: JobError | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._response: Any = None
+
+    def abandon(self) -> None:
+        """Deadline passed: stop reading (a shut-down socket wakes a blocked read at once)."""
+        with self._lock:
+            self._abandoned = True
+            if self._response is not None:
+                _shutdown(self._response)
+
+    def run(self) -> None:
         try:
-            for chunk in iter_content_capped(response, 64 * 1024, max_bytes):
-                body += chunk
-                if time.monotonic() > deadline:
-                    raise JobError(
-                        f"audio_url: download took longer than {timeout_s:g} s (WORKER_URL_TIMEOUT_SECONDS)"
-                    )
-        except SSRFError:
-            raise _size_error("audio_url body", "over", max_bytes) from None
+            self.body = self._fetch()
+        except JobError as err:
+            self.error = err
+        except Exception as err:  # surfaced to the job as an ordinary fetch failure, never lost
+            self.error = JobError(f"audio_url: could not fetch {_show(self.url)}: {type(err).__name__}: {err}")
+        finally:
+            self.done.set()
+
+    def _fetch(self) -> bytes:
+        # Imported here: pulling in the runpod HTTP stack is only needed for URL jobs.
+        import requests
+        from runpod.serverless.utils.rp_ssrf import SSRFError, iter_content_capped, safe_get
+        from urllib3.exceptions import ReadTimeoutError
+
+        try:
+            response = safe_get(self.url, timeout=self.timeout_s, max_bytes=self.max_bytes)  # type: ignore[arg-type]
+        except SSRFError as err:
+            raise _refusal(str(err), self.max_bytes) from None
+        except requests.Timeout:
+            raise _timeout_error(self.timeout_s) from None
         except requests.RequestException as err:
-            raise JobError(f"audio_url: download failed: {type(err).__name__}: {err}") from None
-    if not body:
-        raise JobError(f"audio_url: {url!r} returned an empty body")
-    return bytes(body)
+            raise JobError(f"audio_url: could not fetch {_show(self.url)}: {type(err).__name__}: {err}") from None
+        with self._lock:
+            if self._abandoned:
+                response.close()
+                return b""
+            self._response = response
+        with response:
+            if response.status_code >= 400:
+                raise JobError(
+                    f"audio_url: the server answered HTTP {response.status_code} for {_show(self.url)}; "
+                    "check the URL and that the file is public"
+                )
+            body = bytearray()
+            try:
+                for chunk in iter_content_capped(response, 64 * 1024, self.max_bytes):
+                    body += chunk
+            except SSRFError:
+                raise _size_error("audio_url body", "over", self.max_bytes) from None
+            except requests.RequestException as err:
+                if self._abandoned or isinstance(err.args[0] if err.args else None, ReadTimeoutError):
+                    raise _timeout_error(self.timeout_s) from None
+                raise JobError(f"audio_url: download failed: {type(err).__name__}: {err}") from None
+        if self._abandoned:
+            raise _timeout_error(self.timeout_s)
+        if not body:
+            raise JobError(f"audio_url: {_show(self.url)} returned an empty body")
+        return bytes(body)
+
+
+def _refusal(reason: str, max_bytes: int) -> JobError:
+    if "size cap" in reason:
+        return _size_error("audio_url body", "over", max_bytes)
+    if reason.startswith("could not resolve host"):
+        return JobError(f"audio_url: {reason}; check the host name")
+    return JobError(
+        f"audio_url refused: {reason}; only http(s) URLs of public addresses are fetched "
+        "(RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS=true allows private ones, for same-VPC servers only)"
+    )
+
+
+def _shutdown(response: Any) -> None:
+    """Shut the response's socket down (not close: the reading thread owns and closes it)."""
+    connection = getattr(getattr(response, "raw", None), "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

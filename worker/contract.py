@@ -6,6 +6,7 @@ mistake is named instead of silently reinterpreted.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,7 +82,7 @@ class JobInput(_Strict):
         settings = get_settings()
         if self.max_new_tokens > settings.max_new_tokens_limit:
             raise ValueError(
-                f"max_new_tokens={self.max_new_tokens} is over the limit of "
+                f"max_new_tokens={_short(self.max_new_tokens)} is over the limit of "
                 f"{settings.max_new_tokens_limit} (WORKER_MAX_NEW_TOKENS_LIMIT)"
             )
         if len(self.history) > settings.max_history_messages:
@@ -116,21 +117,40 @@ def parse_job_input(raw: Any) -> JobInput:
         raise JobError(describe_validation_error(err)) from None
 
 
+MAX_PROBLEMS_LISTED = 10  # a hostile input can hold thousands of bad fields; the message stays short
+
+
 def describe_validation_error(err: ValidationError) -> str:
     problems = []
-    for e in err.errors(include_url=False):
-        where = ".".join(str(p) for p in e["loc"]) or "input"
+    errors = err.errors(include_url=False)
+    for e in errors[:MAX_PROBLEMS_LISTED]:
+        where = _cut(".".join(str(p) for p in e["loc"]) or "input", 80)  # a field name can be huge too
         if e["type"] == "extra_forbidden":
             problems.append(f"'{where}' is not a known field")
         else:
             message = e["msg"].removeprefix("Value error, ")
             got = "" if e["type"] == "value_error" else f" (got {_short(e.get('input'))})"
             problems.append(f"'{where}': {message}{got}" if where != "input" else message + got)
+    if len(errors) > MAX_PROBLEMS_LISTED:
+        problems.append(f"and {len(errors) - MAX_PROBLEMS_LISTED} more problem(s)")
     return "invalid input: " + "; ".join(problems)
 
 
+# Bounded repr: plain repr() of a deeply nested value recurses past the interpreter's limit, and of a
+# huge one builds the whole text just to cut it.
+_REPR = reprlib.Repr()  # keyword arguments need Python 3.12
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 40, 40, 40
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 3
+
+
 def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
+    try:
+        return _cut(_REPR.repr(value), limit)
+    except (ValueError, RecursionError):  # e.g. an int past Python's 4300-digit str() limit
+        return f"{type(value).__name__} too large to show"
+
+
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

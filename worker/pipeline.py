@@ -62,10 +62,14 @@ class Pipeline:
         turns: list[Turn] = []
         heard: list[np.ndarray] = []  # kept only when the chat model listens to the audio
         per_utterance = job.task == "reply" and job.reply_mode == "each_utterance"
+        # Detected on the first segment, then kept for the job, as Whisper's own transcribe() does
+        # for a file: detecting per segment costs a second encoder pass each time.
+        language = job.language
         for speech in self._segment(job, blocks, timer, progress):
             closed_at = timer.elapsed()
             with timer.stage("asr"):
-                (transcript,) = self.engines.asr.transcribe([speech.audio], job.language)
+                (transcript,) = self.engines.asr.transcribe([speech.audio], language)
+            language = language or transcript.language
             if job.reply_with_audio:
                 heard.append(speech.audio)
             if not transcript.text:
@@ -107,6 +111,7 @@ class Pipeline:
                        "codec": source.codec, "sample_rate": source.sample_rate, "channels": source.channels},
             "vad": {**job.vad.model_dump(), "frames": progress.vad_frames},
             "task": job.task,
+            "language": {"requested": job.language, "used": language},
             "reply_mode": job.reply_mode,
             "health": self.health.snapshot(),
         }
