@@ -33,7 +33,6 @@ def run(ctx: Context) -> Result:
     audio = Path(clip).read_bytes()
     handler_module()
     raw = raw_engines()
-    naive_job(raw, audio)  # warm both paths' first calls
     r: dict[str, list[float]] = {k: [] for k in ("naive", "first_segment", "first_token", "total", "meta_ttfs")}
     for rep in range(1 if ctx.quick else 2):
         def worker() -> None:

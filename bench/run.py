@@ -41,6 +41,12 @@ def main() -> int:
     }
     print(f"load average at start: {meta['load_average_start']} (1/5/15 min) on {meta['cpus']} CPUs", flush=True)
     results, summary = {}, []
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
+
+    def save() -> None:  # after every benchmark, so an interrupted run keeps what it measured
+        out.write_text(json.dumps({"meta": meta, "benchmarks": results}, indent=2, default=str))
+
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         ctx = Context(quick=args.quick, jobs=args.jobs or (20 if args.quick else 100), workdir=Path(workdir))
         for name in names:
@@ -51,6 +57,7 @@ def main() -> int:
             except Exception:  # one broken benchmark must not hide the others
                 traceback.print_exc()
                 results[name] = {"error": traceback.format_exc(limit=3)}
+                save()
                 continue
             for text in result.tables:
                 print(text + "\n", flush=True)
@@ -58,16 +65,16 @@ def main() -> int:
             print(f"({name}: {seconds} s, load average {load_average()})", flush=True)
             results[name] = {**result.data, "targets": result.targets, "seconds": seconds, "tables": result.tables}
             summary += [{**t, "benchmark": name} for t in result.targets]
+            save()
     meta["seconds"] = round(time.perf_counter() - started, 1)
     meta["load_average_end"] = load_average()
     if summary:
         print("\n" + table("Issue targets", ["benchmark", "target", "measured", "limit", "result"], [
             [t["benchmark"], t["target"], "-" if t["measured"] is None else f"{t['measured']:.3g}{t['unit']}",
              f"<= {t['limit']:g}{t['unit']}", "PASS" if t["passed"] else "FAIL"] for t in summary]))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({"meta": meta, "benchmarks": results}, indent=2, default=str))
-    print(f"\ntotal {meta['seconds']} s; load average at end: {meta['load_average_end']}; wrote {out.relative_to(ROOT)}")
+    save()
+    print(f"\ntotal {meta['seconds']} s; load average at end: {meta['load_average_end']}; "
+          f"wrote {out.relative_to(ROOT)}")
     return 1 if any("error" in r for r in results.values()) else 0
 
 

@@ -30,7 +30,9 @@ def batch_job(worker, data: bytes) -> tuple[float, str]:
     segmenter = SpeechSegmenter(worker.pipeline.vad, VadParams())
     segments = [*segmenter.feed(audio), *segmenter.finish()]
     engines = worker.pipeline.engines
-    texts = [t.text for t in engines.asr.transcribe([s.audio for s in segments], None) if t.text]
+    first = engines.asr.transcribe([segments[0].audio], None)  # language detected once, as the worker does
+    rest = engines.asr.transcribe([s.audio for s in segments[1:]], first[0].language)
+    texts = [t.text for t in first + rest if t.text]
     messages = [ChatMessage("system", worker.settings.default_system_prompt), ChatMessage("user", " ".join(texts))]
     reply = "".join(engines.chat.stream_reply(messages, GenerationOptions(MAX_TOKENS, temperature=0.0)))
     return time.perf_counter() - started, reply
@@ -71,6 +73,7 @@ def run(ctx: Context) -> Result:
           fmt(r["ratio"], 3), fmt(first_vs_batch, 3)],
          ["batch: decode all, VAD all, ASR all, reply, emit", fmt(r["batch"]), fmt(r["batch"]), fmt(r["batch"]),
           "1.000", "1.000"]],
-        [f"target first segment / total <= 0.3: {ratio:.3f} {result.target('streaming: first segment / total', ratio, 0.3)}",
+        [f"target first segment / total <= 0.3: {ratio:.3f} "
+         f"{result.target('streaming: first segment / total', ratio, 0.3)}",
          f"chunks read when the first segment went out: {fmt(r['consumed'], 0)} of {len(chunks)}"]))
     return result

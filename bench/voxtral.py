@@ -40,7 +40,7 @@ def measure(settings, audio, repeats: int, max_new_tokens: int) -> dict:
         torch.bfloat16 if cuda else torch.float32)  # fmt: skip  (the engine's own rule)
     chosen, reason = voxtral._choose_attention(settings.voxtral_attention, torch, dtype)
     if chosen != settings.voxtral_attention:
-        return {"unavailable": reason}
+        return {"unavailable": reason.removeprefix(f"{chosen}: ")}
     torch._dynamo.reset()
     started = time.perf_counter()
     engine = voxtral.VoxtralEngine.load(settings)
@@ -74,7 +74,7 @@ def measure(settings, audio, repeats: int, max_new_tokens: int) -> dict:
             "device": info.device, "dtype": info.dtype}
 
 
-def benchmark(tiny: bool, repeats: int, max_new_tokens: int, threads: int | None) -> dict:
+def benchmark(tiny: bool, repeats: int, max_new_tokens: int, threads: int | None, compile_: bool = True) -> dict:
     import torch
 
     from tests.speech import read_wav_16k, synthesize
@@ -92,10 +92,13 @@ def benchmark(tiny: bool, repeats: int, max_new_tokens: int, threads: int | None
     if threads:
         base["cpu_threads"] = threads
     rows = {}
-    for attention, compile_ in CONFIGS:
-        settings = Settings(**base, voxtral_attention=attention, voxtral_compile=compile_)
-        print(f"voxtral: {attention}, compile {'on' if compile_ else 'off'} ...", file=sys.stderr, flush=True)
-        rows[f"{attention}|{compile_}"] = measure(settings, audio, repeats, max_new_tokens)
+    for attention, compiled in CONFIGS:
+        if compiled and not compile_:
+            rows[f"{attention}|{compiled}"] = {"skipped": "skipped (--no-compile)"}
+            continue
+        settings = Settings(**base, voxtral_attention=attention, voxtral_compile=compiled)
+        print(f"voxtral: {attention}, compile {'on' if compiled else 'off'} ...", file=sys.stderr, flush=True)
+        rows[f"{attention}|{compiled}"] = measure(settings, audio, repeats, max_new_tokens)
     return {"model": "tiny random Voxtral (tests/tiny_voxtral.py)" if tiny else Settings().voxtral_model,
             "device": "cuda" if torch.cuda.is_available() else "cpu", "audio_seconds": len(audio) / 16_000,
             "repeats": repeats, "max_new_tokens": max_new_tokens, "rows": rows}
@@ -107,8 +110,8 @@ def render(data: dict) -> str:
     for key, m in data["rows"].items():
         attention, compile_ = key.split("|")
         label = [attention, "on" if compile_ == "True" else "off"]
-        if "unavailable" in m:
-            rows.append([*label, f"unavailable: {m['unavailable']}", "", "", "", "", ""])
+        if "unavailable" in m or "skipped" in m:
+            rows.append([*label, m.get("skipped") or f"unavailable: {m['unavailable']}", "", "", "", "", ""])
             continue
         speedup = spread(base["asr_s"])["median"] / spread(m["asr_s"])["median"] if "asr_s" in base else None
         rows.append([*label, f"{m['load_s']:.1f} + {m['warmup_s']:.1f}", fmt(m["asr_s"], 3),
@@ -126,9 +129,10 @@ def render(data: dict) -> str:
 def run(ctx: Context) -> Result:
     """From bench/run.py: a subprocess (torch stays out of the other benchmarks' process)."""
     out = ctx.workdir / "voxtral.json"
-    code = ("import sys; sys.argv = ['voxtral', '--tiny-without-gpu', '--json', %r, '--repeats', %r]; "
-            "import runpy; runpy.run_path(%r, run_name='__main__')") % (
-        str(out), "2" if ctx.quick else "3", str(ROOT / "bench" / "voxtral.py"))
+    argv = ["voxtral", "--tiny-without-gpu", "--json", str(out), "--repeats", "2" if ctx.quick else "3"]
+    argv += ["--no-compile"] if ctx.quick else []
+    script = str(ROOT / "bench" / "voxtral.py")
+    code = f"import sys, runpy; sys.argv = {argv!r}; runpy.run_path({script!r}, run_name='__main__')"
     python(code, timeout=1200)
     data = json.loads(out.read_text())
     return Result("voxtral", tables=[render(data)], data=data)
@@ -141,6 +145,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, help="CPU threads (WORKER_CPU_THREADS)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (slow on CPU)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     tiny = args.tiny
@@ -148,7 +153,7 @@ def main() -> None:
         import torch
 
         tiny = not torch.cuda.is_available()
-    data = benchmark(tiny, args.repeats, args.max_new_tokens, args.threads)
+    data = benchmark(tiny, args.repeats, args.max_new_tokens, args.threads, compile_=not args.no_compile)
     print(render(data))
     if args.json:
         args.json.write_text(json.dumps(data, indent=2))

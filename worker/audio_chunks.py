@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from worker.audio_decode import SourceFormat, StreamingResampler, check_duration, decode_blocks
+from worker.audio_source import b64decode_strict
 from worker.contract import ChunkFormat
 from worker.errors import JobError
 
@@ -28,25 +29,30 @@ _PCM_DTYPES = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 # Starts of files that are not raw samples: (what, magic, offset of the magic). Long enough that raw PCM
 # matching one by chance is not a practical concern.
 _CONTAINER_MAGIC = (
-    ("WAV", b"WAVE", 8), ("Ogg", b"OggS\x00", 0), ("FLAC", b"fLaC\x00\x00\x00\x22", 0),
+    ("WAV", b"WAVE", 8), ("Ogg", b"OggS\x00", 0), ("FLAC", b"fLaC", 0),
     ("WebM/Matroska", b"\x1a\x45\xdf\xa3", 0), ("MP4/M4A", b"ftyp", 4), ("MP3 (ID3)", b"ID3", 0),
 )
 
 
 def decode_chunk(chunks: Sequence[str], index: int) -> bytes:
     try:
-        # strict_mode: the standard alphabet, correct padding, nothing after it.
-        return binascii.a2b_base64(chunks[index], strict_mode=True)
+        return b64decode_strict(chunks[index])
     except (binascii.Error, ValueError) as err:
-        raise JobError(f"chunks[{index}]: not valid base64 ({err}); send standard base64 (RFC 4648)") from None
+        raise JobError(f"chunks[{index}]: not valid base64: {err}") from None
 
 
 def _container_in_pcm(data: bytes) -> str | None:
     """The file type `data` starts with, if it is a container/codec file rather than raw samples."""
     for name, magic, offset in _CONTAINER_MAGIC:
-        if data[offset : offset + len(magic)] == magic and (name != "WAV" or data[:4] == b"RIFF"):
-            if name != "MP3 (ID3)" or (len(data) > 4 and data[3] in (2, 3, 4) and data[4] == 0):
-                return name
+        if data[offset : offset + len(magic)] != magic:
+            continue
+        confirmed = {
+            "WAV": data[:4] == b"RIFF",
+            "FLAC": data[4:5] in (b"\x00", b"\x80") and data[5:8] == b"\x00\x00\x22",  # STREAMINFO block
+            "MP3 (ID3)": data[3:4] in (b"\x02", b"\x03", b"\x04") and data[4:5] == b"\x00",  # ID3v2.2-2.4
+        }.get(name, True)
+        if confirmed:
+            return name
     return None
 
 
@@ -102,6 +108,9 @@ class ChunkedAudio:
         source.container, source.codec = "raw", fmt.encoding
         source.sample_rate, source.channels = fmt.sample_rate, fmt.channels
         frame_bytes = dtype.itemsize * fmt.channels
+        # Tiny chunks (down to 1 byte) are gathered to 10 ms first: per-chunk work would otherwise make a flood
+        # of them cost ~50 us each.
+        min_bytes = frame_bytes * max(1, fmt.sample_rate // 100)
         resampler = StreamingResampler(fmt.sample_rate)
         carry = b""  # bytes of an incomplete frame at the end of the previous chunk
         produced = 0
@@ -110,11 +119,15 @@ class ChunkedAudio:
             container = _container_in_pcm(chunk)
             if container is not None:
                 raise JobError(
-                    f"chunks[{index}] starts like a {container} file, but chunk_format.encoding is {fmt.encoding}: "
-                    "send files and encoded streams with encoding 'encoded', raw samples without a header"
+                    f"chunks[{index}] starts with a file header ({container}), but chunk_format.encoding is "
+                    f"{fmt.encoding}: send files and encoded streams with encoding 'encoded', raw samples without "
+                    "a header"
                 )
             data = carry + chunk
             self._pcm_consumed = index + 1
+            if len(data) < min_bytes and index + 1 < len(self._chunks):
+                carry = data
+                continue
             usable = len(data) - len(data) % frame_bytes
             carry = data[usable:]
             samples = np.frombuffer(data[:usable], dtype=dtype).reshape(-1, fmt.channels).T

@@ -20,6 +20,7 @@ import soxr
 from worker.errors import JobError
 
 SAMPLE_RATE = 16_000
+MIN_SOURCE_RATE = 1_000  # no speech fits below this; a header claiming less is broken or hostile (x16000 upsampling)
 SUPPORTED = "wav, flac, mp3, ogg/opus, webm/opus, m4a/aac (or a video file with an audio track)"
 
 
@@ -45,12 +46,15 @@ class StreamingResampler:
 
     def process(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         """`samples` is (channels, n) or (n,) float; returns mono float32 at 16 kHz."""
-        mono = samples.mean(axis=0) if samples.ndim == 2 else samples
+        with np.errstate(over="ignore", invalid="ignore"):  # huge or non-finite float PCM: fixed just below
+            mono = samples.mean(axis=0) if samples.ndim == 2 else samples
         # NaN/inf would poison VAD state and the models; clip keeps float PCM in range.
         mono = np.clip(np.nan_to_num(mono.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
         if self._soxr is None:
             return mono
-        return self._soxr.resample_chunk(mono, last=last)
+        # Clipped again: a band-limited filter rings past full scale on hard-clipped or adversarial input (~1.4x).
+        out = self._soxr.resample_chunk(mono, last=last)
+        return np.clip(out, -1.0, 1.0, out=out)
 
 
 def decode_blocks(
@@ -82,12 +86,19 @@ def decode_blocks(
     with container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
-            raise JobError("the file has no audio track")
+            found = ", ".join(sorted({str(s.type) for s in container.streams})) or "no streams"
+            raise JobError(f"the file has no audio track (found: {found}); send a file with sound")
         fmt.container = container.format.name
+        if stream.codec_context is None:  # FFmpeg knows no decoder for the track's codec (e.g. an unknown WAV tag)
+            raise JobError(
+                f"the audio track's codec is not one this worker can decode (container {fmt.container}); "
+                f"supported formats: {SUPPORTED}"
+            )
         fmt.codec = stream.codec_context.name
-        # Packed float, not planar: PyAV's planar frames have a wrong plane count past 8 channels (AVFrame.data
-        # holds 8 pointers) and to_ndarray crashes the process. Rate and layout are kept; a mid-stream change of
-        # format, layout or rate (chained streams, concatenated files) gets a fresh converter instead of a ValueError.
+        # Float samples, rate and layout kept. Planar (a pass-through for most decoders) for mono and stereo;
+        # packed otherwise: PyAV 18's planar frames of 8 or more channels report a wrong plane count (AVFrame
+        # holds 8 data pointers) and to_ndarray crashes the process. A mid-stream change of format, layout or
+        # rate (chained streams, concatenated files) gets a fresh converter instead of PyAV's ValueError.
         to_float: av.AudioResampler | None = None
         frame_key: tuple[str, str, int] | None = None
         resampler: StreamingResampler | None = None
@@ -96,12 +107,18 @@ def decode_blocks(
             for frame in container.decode(stream):
                 key = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if to_float is None or key != frame_key:
-                    to_float, frame_key = av.AudioResampler(format="flt"), key
-                for packed in to_float.resample(frame):
-                    channels, rate = len(packed.layout.channels), packed.sample_rate
-                    if not packed.samples or not channels or rate <= 0:
+                    planar = len(frame.layout.channels) <= 2
+                    to_float, frame_key = av.AudioResampler(format="fltp" if planar else "flt"), key
+                for converted in to_float.resample(frame):
+                    channels, rate = len(converted.layout.channels), converted.sample_rate
+                    if not converted.samples or not channels or rate <= 0:
                         continue
-                    seconds_in += packed.samples / rate
+                    if rate < MIN_SOURCE_RATE:
+                        raise JobError(
+                            f"the audio claims a sample rate of {rate} Hz, below the {MIN_SOURCE_RATE} Hz any "
+                            "speech needs: the file's header is wrong; re-encode it"
+                        )
+                    seconds_in += converted.samples / rate
                     check_duration(round(seconds_in * SAMPLE_RATE), max_seconds)
                     if resampler is None:
                         fmt.sample_rate, fmt.channels = rate, channels  # as the stream starts
@@ -109,7 +126,9 @@ def decode_blocks(
                     elif resampler.input_rate != rate:  # the rate changed mid-stream: flush, then a new filter
                         yield from _non_empty(resampler.process(np.zeros(0, dtype=np.float32), last=True))
                         resampler = StreamingResampler(rate)
-                    samples = packed.to_ndarray().reshape(-1, channels).T  # interleaved -> (channels, n)
+                    samples = converted.to_ndarray()
+                    if not converted.format.is_planar:
+                        samples = samples.reshape(-1, channels).T  # interleaved -> (channels, n)
                     block = resampler.process(samples)
                     produced += len(block)
                     check_duration(produced, max_seconds)

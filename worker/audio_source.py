@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import binascii
+import os
 import re
 import socket
 import stat
@@ -21,6 +22,22 @@ from worker.errors import JobError
 
 _DATA_URI = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*?);base64,", re.IGNORECASE)
 _ACCEPTED_MEDIA_PREFIXES = ("audio/", "video/", "application/octet-stream", "application/ogg")
+_B64_ALPHABET = re.compile(r"[A-Za-z0-9+/=]*")
+_B64_PADDED = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def b64decode_strict(text: str) -> bytes:
+    """Standard base64 (RFC 4648 section 4) with correct padding, else ValueError saying what is wrong.
+
+    Stricter than `base64.b64decode(validate=True)`, which accepts excess padding such as "QUJD=".
+    """
+    if not _B64_ALPHABET.fullmatch(text):
+        index, char = next((i, c) for i, c in enumerate(text) if not _B64_ALPHABET.fullmatch(c))
+        hint = " (URL-safe base64? use the standard alphabet)" if char in "-_" else ""
+        raise ValueError(f"character {char!r} at position {index} is not in the base64 alphabet A-Z a-z 0-9 + /{hint}")
+    if len(text) % 4 or not _B64_PADDED.fullmatch(text):
+        raise ValueError("wrong padding: the length must be a multiple of 4, with at most two '=' and only at the end")
+    return binascii.a2b_base64(text)
 
 
 def _show(value: str, limit: int = 120) -> str:
@@ -29,10 +46,15 @@ def _show(value: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
-def _size_error(what: str, size: int | str, cap: int) -> JobError:
+def _clip(text: str, limit: int = 300) -> str:
+    """Library messages can quote a whole (caller-sized) URL: keep error messages short."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _size_error(what: str, cap: int) -> JobError:
+    """`what` says what is too big and, where known, its size: "audio_path 'a.wav' is 5 bytes,"."""
     return JobError(
-        f"{what} is {size} bytes, over the {cap} byte limit (WORKER_MAX_AUDIO_BYTES); "
-        "send a shorter or more compressed file"
+        f"{what} over the {cap} byte limit (WORKER_MAX_AUDIO_BYTES); send a shorter or more compressed file"
     )
 
 
@@ -46,7 +68,7 @@ def decode_base64_audio(text: str, max_bytes: int) -> bytes:
         media_type = match["type"].strip().lower()
         if not media_type.startswith(_ACCEPTED_MEDIA_PREFIXES):
             raise JobError(
-                f"audio_base64: data URI media type {media_type or '(missing)'!r} is not audio; "
+                f"audio_base64: data URI media type {_show(media_type or '(missing)', 60)} is not audio; "
                 "use e.g. data:audio/wav;base64,..."
             )
         payload = payload[match.end() :]
@@ -54,12 +76,11 @@ def decode_base64_audio(text: str, max_bytes: int) -> bytes:
     if not payload:
         raise JobError("audio_base64: the payload is empty")
     if len(payload) // 4 * 3 > max_bytes:
-        raise _size_error("audio_base64 decodes to about", len(payload) // 4 * 3, max_bytes)
+        raise _size_error(f"audio_base64 decodes to about {len(payload) // 4 * 3} bytes,", max_bytes)
     try:
-        # strict_mode: the standard alphabet, correct padding, nothing after it (b64decode accepts "QUJD=").
-        return binascii.a2b_base64(payload, strict_mode=True)
+        return b64decode_strict(payload)
     except (binascii.Error, ValueError) as err:
-        raise JobError(f"audio_base64: not valid base64 ({err}); send standard base64 (RFC 4648, with padding)") from None
+        raise JobError(f"audio_base64: not valid base64: {err}") from None
 
 
 def read_confined_path(raw_path: str, roots: list[Path], max_bytes: int) -> bytes:
@@ -78,18 +99,30 @@ def read_confined_path(raw_path: str, roots: list[Path], max_bytes: int) -> byte
             "set WORKER_PATH_ROOTS to allow another"
         )
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise JobError(f"audio_path: {_show(raw_path)} is not a regular file")
-        if info.st_size > max_bytes:
-            raise _size_error(f"audio_path {_show(raw_path)}", info.st_size, max_bytes)
-        with path.open("rb") as file:
+        _check_regular(os.stat(path), raw_path, max_bytes)  # before open: never open a device or FIFO at all
+        # ... and again on the opened descriptor: a file swapped after the check for a FIFO (O_NONBLOCK: open
+        # does not wait for a writer) or a symlink (O_NOFOLLOW) is refused, not waited on or followed.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            _check_regular(os.fstat(fd), raw_path, max_bytes)
+            file = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with file:
             data = file.read(max_bytes + 1)
-    except OSError as err:  # removed or made unreadable after the checks
+    except OSError as err:  # removed, swapped or made unreadable after resolve()
         raise JobError(f"audio_path: could not read {_show(raw_path)}: {err.strerror or err}") from None
     if len(data) > max_bytes:  # grew after the size check
-        raise _size_error(f"audio_path {_show(raw_path)}", len(data), max_bytes)
+        raise _size_error(f"audio_path {_show(raw_path)} grew while being read and is", max_bytes)
     return data
+
+
+def _check_regular(info: os.stat_result, raw_path: str, max_bytes: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise JobError(f"audio_path: {_show(raw_path)} is not a regular file")
+    if info.st_size > max_bytes:
+        raise _size_error(f"audio_path {_show(raw_path)} is {info.st_size} bytes,", max_bytes)
 
 
 def download_url(url: str, max_bytes: int, timeout_s: float) -> bytes:
@@ -143,7 +176,9 @@ class _Download:
         except JobError as err:
             self.error = err
         except Exception as err:  # surfaced to the job as an ordinary fetch failure, never lost
-            self.error = JobError(f"audio_url: could not fetch {_show(self.url)}: {type(err).__name__}: {err}")
+            self.error = JobError(
+                f"audio_url: could not fetch {_show(self.url)}: {type(err).__name__}: {_clip(str(err))}"
+            )
         finally:
             self.done.set()
 
@@ -156,11 +191,13 @@ class _Download:
         try:
             response = safe_get(self.url, timeout=self.timeout_s, max_bytes=self.max_bytes)  # type: ignore[arg-type]
         except SSRFError as err:
-            raise _refusal(str(err), self.max_bytes) from None
+            raise _refusal(_clip(str(err)), self.max_bytes) from None
         except requests.Timeout:
             raise _timeout_error(self.timeout_s) from None
         except requests.RequestException as err:
-            raise JobError(f"audio_url: could not fetch {_show(self.url)}: {type(err).__name__}: {err}") from None
+            raise JobError(
+                f"audio_url: could not fetch {_show(self.url)}: {type(err).__name__}: {_clip(str(err))}"
+            ) from None
         with self._lock:
             if self._abandoned:
                 response.close()
@@ -177,11 +214,11 @@ class _Download:
                 for chunk in iter_content_capped(response, 64 * 1024, self.max_bytes):
                     body += chunk
             except SSRFError:
-                raise _size_error("audio_url body", "over", self.max_bytes) from None
+                raise _size_error("audio_url body is", self.max_bytes) from None
             except requests.RequestException as err:
                 if self._abandoned or isinstance(err.args[0] if err.args else None, ReadTimeoutError):
                     raise _timeout_error(self.timeout_s) from None
-                raise JobError(f"audio_url: download failed: {type(err).__name__}: {err}") from None
+                raise JobError(f"audio_url: download failed: {type(err).__name__}: {_clip(str(err))}") from None
         if self._abandoned:
             raise _timeout_error(self.timeout_s)
         if not body:
@@ -191,13 +228,17 @@ class _Download:
 
 def _refusal(reason: str, max_bytes: int) -> JobError:
     if "size cap" in reason:
-        return _size_error("audio_url body", "over", max_bytes)
+        return _size_error("audio_url body is", max_bytes)
     if reason.startswith("could not resolve host"):
         return JobError(f"audio_url: {reason}; check the host name")
-    return JobError(
-        f"audio_url refused: {reason}; only http(s) URLs of public addresses are fetched "
-        "(RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS=true allows private ones, for same-VPC servers only)"
-    )
+    if "non-public address" in reason:
+        return JobError(
+            f"audio_url refused: {reason}; only public addresses are fetched "
+            "(RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS=true allows private ones, for same-VPC servers only)"
+        )
+    if reason.startswith(("blocked URL scheme", "URL has no host")):
+        return JobError(f"audio_url refused: {reason}; give an http:// or https:// URL")
+    return JobError(f"audio_url refused: {reason}")
 
 
 def _shutdown(response: Any) -> None:
