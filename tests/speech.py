@@ -25,7 +25,9 @@ def synthesize(text_or_ssml: str, path: Path, rate: int = 16_000, channels: int 
     ssml = ["-m"] if text_or_ssml.lstrip().startswith("<speak") else []
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", *ssml, "-w", str(raw), text_or_ssml], check=True)
     subprocess.run(
-        ["sox", str(raw), "-r", str(rate), "-c", str(channels), str(path), "pad", str(pad_s), str(pad_s)], check=True
+        # -R: sox seeds its dither randomly otherwise, and test speech would differ run to run.
+        ["sox", "-R", str(raw), "-r", str(rate), "-c", str(channels), str(path), "pad", str(pad_s), str(pad_s)],
+        check=True,
     )
     raw.unlink()
     return path

@@ -8,6 +8,7 @@ on serving.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 import traceback
@@ -49,7 +50,9 @@ class Worker:
     def warm_up(self) -> None:
         """One real job on a shipped speech clip: transcription and a short reply."""
         started = time.perf_counter()
-        job = {"input": {"audio_path": str(WARMUP_CLIP), "task": "reply", "max_new_tokens": 8}}
+        # As base64, not a path: the clip lies outside WORKER_PATH_ROOTS when started from elsewhere.
+        clip = base64.b64encode(WARMUP_CLIP.read_bytes()).decode("ascii")
+        job = {"input": {"audio_base64": clip, "task": "reply", "max_new_tokens": 8}}
         events = list(self.handle(job, count=False))
         if "error" in events[-1]:
             raise RuntimeError(f"warm-up job failed: {events[-1]['error']}")

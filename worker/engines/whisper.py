@@ -99,6 +99,7 @@ class FasterWhisperEngine:
                     vad_filter=False,  # the pipeline already segmented the speech
                     without_timestamps=True,
                     condition_on_previous_text=False,
+                    temperature=0.0,  # greedy only: the default fallback samples, so results would vary
                 )
                 text = " ".join(piece.text.strip() for piece in pieces).strip()
                 results.append(Transcript(text=text, language=info.language))
