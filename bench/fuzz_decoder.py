@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import sys
 import tempfile
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -40,45 +38,17 @@ with atheris.instrument_imports(include=["worker"]):
     from worker.contract import ChunkFormat
     from worker.errors import JobError
 
+from tests.speech import encoded_tone, tone_wav  # noqa: E402  (seed files, shared with tests/test_fuzz.py)
+
 MAX_SECONDS = 30.0
-
-
-def _wav(channels: int = 1, rate: int = 16_000, seconds: float = 0.3) -> bytes:
-    t = np.arange(int(rate * seconds)) / rate
-    tone = (np.sin(2 * np.pi * 440 * t) * 12_000).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(channels)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(np.repeat(tone[:, None], channels, axis=1).tobytes())
-    return buffer.getvalue()
-
-
-def _encoded(container: str, codec: str, rate: int) -> bytes:
-    import av
-
-    out_buffer = io.BytesIO()
-    with av.open(io.BytesIO(_wav()), "r") as source, av.open(out_buffer, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
-        for frame in source.decode(audio=0):
-            frame.pts = None
-            for piece in resampler.resample(frame):
-                for packet in stream.encode(piece):
-                    out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return out_buffer.getvalue()
 
 
 def write_seeds(corpus: Path) -> None:
     seeds = {
-        "mono.wav": _wav(), "stereo44k.wav": _wav(2, 44_100), "eight.wav": _wav(8),
-        "a.flac": _encoded("flac", "flac", 16_000), "a.mp3": _encoded("mp3", "libmp3lame", 22_050),
-        "a.ogg": _encoded("ogg", "libopus", 48_000), "a.webm": _encoded("webm", "libopus", 48_000),
-        "a.m4a": _encoded("ipod", "aac", 44_100),
+        "mono.wav": tone_wav(), "stereo44k.wav": tone_wav(2, 44_100), "eight.wav": tone_wav(8),
+        "a.flac": encoded_tone("flac", "flac", 16_000), "a.mp3": encoded_tone("mp3", "libmp3lame", 22_050),
+        "a.ogg": encoded_tone("ogg", "libopus", 48_000), "a.webm": encoded_tone("webm", "libopus", 48_000),
+        "a.m4a": encoded_tone("ipod", "aac", 44_100),
     }
     corpus.mkdir(parents=True, exist_ok=True)
     for name, data in seeds.items():

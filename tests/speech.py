@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
+import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -119,3 +121,36 @@ def byte_chunks(data: bytes, count: int) -> list[str]:
 
     step = -(-len(data) // count)
     return [base64.b64encode(data[i : i + step]).decode() for i in range(0, len(data), step)]
+
+
+def tone_wav(channels: int = 1, rate: int = 16_000, seconds: float = 0.2) -> bytes:
+    """A 440 Hz tone as a 16-bit WAV in memory: seed input for the decoder fuzzers."""
+    t = np.arange(int(rate * seconds)) / rate
+    tone = (np.sin(2 * np.pi * 440 * t) * 12_000).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.repeat(tone[:, None], channels, axis=1).tobytes())
+    return buffer.getvalue()
+
+
+def encoded_tone(container: str, codec: str, rate: int) -> bytes:
+    """`tone_wav()` re-encoded in memory by PyAV (e.g. "ogg", "libopus", 48000)."""
+    import av
+
+    wav = tone_wav()
+    out_buffer = io.BytesIO()
+    with av.open(io.BytesIO(wav)) as source, av.open(out_buffer, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        for frame in source.decode(audio=0):
+            frame.pts = None
+            for piece in resampler.resample(frame):
+                for packet in stream.encode(piece):
+                    out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return out_buffer.getvalue()

@@ -13,9 +13,7 @@ import functools
 import io
 import os
 import string
-import wave
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.speech import encoded_tone, tone_wav
 from worker.audio_chunks import ChunkedAudio
 from worker.audio_decode import SourceFormat, decode_blocks
 from worker.audio_source import decode_base64_audio, read_confined_path
@@ -139,45 +138,14 @@ def test_read_confined_path_never_reads_outside_its_root(tmp_path_factory: pytes
 # -------------------------------------------------------------------------------------------- decoders
 
 
-def _wav(channels: int = 1, rate: int = 16_000, seconds: float = 0.2) -> bytes:
-    t = np.arange(int(rate * seconds)) / rate
-    tone = (np.sin(2 * np.pi * 440 * t) * 12_000).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(channels)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(np.repeat(tone[:, None], channels, axis=1).tobytes())
-    return buffer.getvalue()
-
-
-def _encoded(container: str, codec: str, rate: int) -> bytes:
-    import av
-
-    wav = _wav()
-    out_buffer = io.BytesIO()
-    with av.open(io.BytesIO(wav)) as source, av.open(out_buffer, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
-        for frame in source.decode(audio=0):
-            frame.pts = None
-            for piece in resampler.resample(frame):
-                for packet in stream.encode(piece):
-                    out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return out_buffer.getvalue()
-
-
 @functools.cache
 def seeds() -> list[bytes]:
     """Small valid files of every container the worker accepts (and an 8-channel WAV): mutation starting points.
 
     A cached function, not a fixture: hypothesis prints a failing test's arguments, and these are 100 KB."""
-    return [_wav(), _wav(channels=2, rate=44_100), _wav(channels=8), _encoded("flac", "flac", 16_000),
-            _encoded("mp3", "libmp3lame", 22_050), _encoded("ogg", "libopus", 48_000),
-            _encoded("webm", "libopus", 48_000), _encoded("ipod", "aac", 44_100)]
+    return [tone_wav(), tone_wav(channels=2, rate=44_100), tone_wav(channels=8), encoded_tone("flac", "flac", 16_000),
+            encoded_tone("mp3", "libmp3lame", 22_050), encoded_tone("ogg", "libopus", 48_000),
+            encoded_tone("webm", "libopus", 48_000), encoded_tone("ipod", "aac", 44_100)]
 
 
 mutations = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.binary(min_size=1, max_size=8)), max_size=6)
