@@ -224,7 +224,7 @@ class RawEngines:
 
     def transcribe(self, audio: Any, language: str | None = None, **options: Any) -> tuple[str, str]:
         kwargs = {"beam_size": self.beam_size, "vad_filter": False, "without_timestamps": True,
-                  "condition_on_previous_text": False, **options}
+                  "condition_on_previous_text": False, "temperature": 0.0, **options}  # the worker's settings
         pieces, info = self.whisper.transcribe(audio, language=language, **kwargs)
         return " ".join(p.text.strip() for p in pieces).strip(), info.language
 

@@ -75,12 +75,17 @@ def measure(settings, audio, repeats: int, max_new_tokens: int) -> dict:
 
 
 def benchmark(tiny: bool, repeats: int, max_new_tokens: int, threads: int | None, compile_: bool = True) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-voxtral-") as workdir:
+        return _benchmark(Path(workdir), tiny, repeats, max_new_tokens, threads, compile_)
+
+
+def _benchmark(workdir: Path, tiny: bool, repeats: int, max_new_tokens: int, threads: int | None,
+               compile_: bool) -> dict:
     import torch
 
     from tests.speech import read_wav_16k, synthesize
     from worker.settings import Settings
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-voxtral-"))
     audio = read_wav_16k(synthesize(UTTERANCE, workdir / "utterance.wav", pad_s=0.2))
     base: dict = {}
     if tiny:
